@@ -5,7 +5,12 @@ Public names:
     load            open a result file written by ``python -m probe.run``
     AnalysisResult  what ``analyze`` returns and ``load`` gives per layer
     JointCounter    the streaming tensor counter behind both
-    npmi            NPMI of a joint count table
+    entropy_bits, mutual_information_bits   plug-in H and I, in bits, of count tables
+
+The NPMI of a joint count table is ``probe.stats.npmi``; ``probe.npmi`` is the
+command-line module ``python -m probe.npmi``.
+    value_hits      per label or attribute value, the codes, symbols and n-grams above a threshold
+    read_observations  read user attributes from CSV or .npy
 
 Example::
 
@@ -17,9 +22,12 @@ Example::
         run.layers["latent"].result.stats
 """
 
-from .analysis import AnalysisResult, Hit, PositionalNPMI, WholeCodeNPMI, analyze
+from .analysis import AnalysisResult, Hit, ObservationCounter, PositionalNPMI, WholeCodeNPMI, analyze
+from .associations import ValueHit, value_hits
 from .counting import JointCounter
-from .stats import entropy_bits, mutual_information_bits, npmi
+from .ngrams import NgramCounter, NgramNPMI, PositionalNgramNPMI
+from .observations import Attribute, ObservationError, read_observations
+from .stats import entropy_bits, mutual_information_bits
 from .store import ProbeFile, StoreError, load
 
 __all__ = [
@@ -30,7 +38,15 @@ __all__ = [
     "PositionalNPMI",
     "Hit",
     "JointCounter",
-    "npmi",
+    "ObservationCounter",
+    "NgramCounter",
+    "NgramNPMI",
+    "PositionalNgramNPMI",
+    "Attribute",
+    "ObservationError",
+    "read_observations",
+    "ValueHit",
+    "value_hits",
     "entropy_bits",
     "mutual_information_bits",
     "ProbeFile",

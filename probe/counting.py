@@ -5,6 +5,7 @@ Public names:
                    positional joint counts on a torch device; mergeable.
     pack_rows      packs code rows into int64 words without collisions.
     unpack_rows    inverts ``pack_rows``.
+    distinct_row_index  maps each code row to its index among sorted distinct rows.
 
 Every count is int64 and nothing on the data path loops over samples or over
 distinct codes in Python. The counter's memory grows with the number of distinct
@@ -20,12 +21,11 @@ Example::
 
 from __future__ import annotations
 
-import math
 
 import torch
 from einops import rearrange, repeat
 
-__all__ = ["JointCounter", "pack_rows", "unpack_rows", "symbols_per_word"]
+__all__ = ["JointCounter", "pack_rows", "unpack_rows", "symbols_per_word", "distinct_row_index"]
 
 # A dense count table is used while the joint key space has at most this many cells
 # (32 MiB of int64); beyond it the counter keeps sorted sparse keys.
@@ -81,6 +81,37 @@ def unpack_rows(words: torch.Tensor, positions: int, alphabet_size: int) -> torc
     if not columns:
         return torch.zeros((words.shape[0], 0), dtype=torch.int64, device=words.device)
     return torch.cat(columns, dim=1)
+
+
+def distinct_row_index(codes: torch.Tensor, distinct: torch.Tensor, alphabet_size: int) -> torch.Tensor:
+    """Return the index [n] of each code row [n, P] among ``distinct`` rows [U, P].
+
+    ``distinct`` must be sorted lexicographically without repeats, as
+    ``JointCounter.whole`` returns it. Raises ValueError when a row is not among them.
+    """
+    codes = torch.as_tensor(codes).to(torch.int64)
+    distinct = torch.as_tensor(distinct).to(codes.device, torch.int64)
+    if codes.dim() != 2 or distinct.dim() != 2 or codes.shape[1] != distinct.shape[1]:
+        raise ValueError(f"codes {list(codes.shape)} and distinct rows {list(distinct.shape)} must both be [rows, positions] with equal positions")
+    if codes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=codes.device)
+    words = pack_rows(codes, alphabet_size)
+    distinct_words = pack_rows(distinct, alphabet_size)
+    if words.shape[1] == 1:
+        index = torch.searchsorted(distinct_words[:, 0].contiguous(), words[:, 0].contiguous())
+        found = index < distinct_words.shape[0]
+        found[found.clone()] = distinct_words[index[found], 0] == words[found, 0]
+    else:
+        # Rows of several words have no 1-D order to search, so sort both sets together.
+        together, inverse = torch.unique(torch.cat([distinct_words, words]), sorted=True, return_inverse=True, dim=0)
+        index = inverse[distinct_words.shape[0] :]
+        from_distinct = torch.zeros(together.shape[0], dtype=torch.bool, device=codes.device)
+        from_distinct[inverse[: distinct_words.shape[0]]] = True
+        found = from_distinct[index]
+    if not bool(found.all()):
+        missing = codes[torch.nonzero(~found)[0, 0]].tolist()
+        raise ValueError(f"code row {missing} is not among the {distinct.shape[0]} distinct rows; count the codes and the distinct rows from the same data")
+    return index
 
 
 def _accumulate(table: torch.Tensor, index: torch.Tensor) -> None:

@@ -49,7 +49,7 @@ class NonFiniteActivationError(ValueError):
 
 
 def code_dtype(alphabet_size: int) -> np.dtype:
-    """Return the smallest unsigned integer dtype that holds symbols 0..alphabet_size-1."""
+    """Return the smallest unsigned integer dtype that fits symbols 0..alphabet_size-1."""
     for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
         if alphabet_size - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
@@ -100,8 +100,16 @@ class Quantizer:
         """The text form accepted by ``parse_spec``."""
         return self.name
 
+    @property
+    def fitted(self) -> bool:
+        """Whether the quantiser can produce codes (calibrated, or needs no calibration)."""
+        return not self.needs_calibration
+
     def fit(self, activations: torch.Tensor) -> None:
         """Calibrate from activations [n, units]; a no-op for quantisers without state."""
+
+    def load_edges(self, edges: np.ndarray | None) -> None:
+        """Restore calibration from stored edges (see ``edges``); a no-op without state."""
 
     def edges(self) -> np.ndarray | None:
         """Return bin edges or thresholds [units, alphabet_size - 1] for storage, or None."""
@@ -165,6 +173,16 @@ class _BinQuantizer(Quantizer):
 
     def edges(self) -> np.ndarray | None:
         return None if self._edges is None else self._edges.cpu().numpy()
+
+    @property
+    def fitted(self) -> bool:
+        return self._edges is not None
+
+    def load_edges(self, edges: np.ndarray | None) -> None:
+        if edges is None or edges.ndim != 2 or edges.shape[1] != self.bins - 1:
+            shape = None if edges is None else edges.shape
+            raise ValueError(f"stored edges of shape {shape} do not fit {self.spec}, which needs [units, {self.bins - 1}]")
+        self._edges = torch.from_numpy(np.asarray(edges, dtype=np.float64))
 
     def _compute_edges(self, activations: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

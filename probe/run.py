@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from rich.console import Console
@@ -28,36 +29,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
-from models import CategoricalVAE, CheckpointError, DatasetError, Latent, TrainConfig, as_float_batch, load_checkpoint, load_dataset, resolve_device, train
+from models import CheckpointError, DatasetError, Latent, as_float_batch, load_checkpoint, load_dataset
+from models.train import TrainConfig, resolve_device, train
 from models.data import DATASET_CHOICES, SPLITS
+from models.features import FEATURE_NAMES, image_features, parse_feature_names
 
-from .analysis import encode_labels, shuffled_labels, summarize
-from .counting import JointCounter
+from .cli import ArgumentParser, UsageError, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED
+from .analysis import AnalysisResult, ObservationCounter, attribute_label_columns, encode_labels, shuffled_labels
+from .assessment import DEFAULT_MIN_COUNT, assess
+from .decoding import DEFAULT_HOLDOUT, ActivationSample
+from .significance import DEFAULT_FDR
 from .hooks import HookError, LayerNotFoundError, Recorder, layer_names, resolve_layers
 from .quantize import POOLING_CHOICES, ArgmaxQuantizer, NonFiniteActivationError, Quantizer, check_finite, code_dtype, parse_spec, pool
-from .store import FORMAT, ProbeWriter, StoreError, check_output_path
-from .tables import LayerView, make_console, render_layer, render_summary
+from .store import ProbeWriter, StoreError, check_output_path, load
+from .report import add_figure_arguments, check_figure_arguments, write_figures
+from .ngrams import parse_orders
+from .observations import Attribute, ObservationError, make_attributes, read_observations
+from .tables import LayerView, make_console, render_layer, render_ngrams, render_observations, render_summary
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHECKPOINT = Path("runs/default/model.pt")
 DEFAULT_QUANTIZER = "quantile:2"
-EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+DEFAULT_RUN_PERMUTATIONS = 1000
 
 
-class UsageError(Exception):
-    """Invalid arguments or input; the CLI prints the message and exits with code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own usage errors also exit with 2
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``python -m probe.run``."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="python -m probe.run",
         description="Record chosen layers of a model, quantise them into discrete codes and measure "
         "which codes go with which labels (NPMI). Results go to an HDF5 file and tables.",
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto: cuda when available)")
     data.add_argument("--seed", type=int, default=0, help="seed for the shuffled-label baseline and stochastic sampling (default 0)")
 
+    observed = parser.add_argument_group("observations (class labels are always one)")
+    observed.add_argument("--features", metavar="NAMES", help=f"image features to use as attributes: 'all' or a comma-separated list of {', '.join(FEATURE_NAMES)}")
+    observed.add_argument("--observations", metavar="FILE", help="user attributes, one row per sample in dataset order: a CSV with a header of column names (';' in a cell makes the column multi-label) or a .npy [n] or [n, A]")
+    observed.add_argument("--ngrams", default="3", metavar="LENGTHS", help="n-gram lengths counted against every observation: N for 1..N, a list 1,2 or a range 2-3; 0 turns n-grams off (default 3)")
+
     codes = parser.add_argument_group("quantisation")
     codes.add_argument("--quantize", action="append", default=[], metavar="LAYER=SPEC", help="argmax, sign, quantile:B or uniform:B for one layer (default: argmax for the categorical latent, quantile:2 elsewhere)")
     codes.add_argument("--pool", default="mean", choices=POOLING_CHOICES, help="how conv maps [B, C, H, W] become positions: mean or max per channel, or none (every channel and location); default mean")
@@ -88,10 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     report = parser.add_argument_group("report and output")
     report.add_argument("--threshold", type=float, default=0.4, help="NPMI at or above which a (code, label) pair is a hit (default 0.4)")
     report.add_argument("--top", type=int, default=10, help="rows per hit table (default 10)")
-    report.add_argument("--min-count", type=int, default=1, help="joint count a pair needs to be a hit (default 1)")
+    report.add_argument("--min-count", type=int, default=DEFAULT_MIN_COUNT, help=f"joint count a pair needs to be a hit; codes seen fewer times are left out of the significance test (default {DEFAULT_MIN_COUNT})")
+    report.add_argument("--all-hits", action="store_true", help="list every hit in the layer tables, not only those significant at --fdr")
+
+    testing = parser.add_argument_group("significance and held-out decoding")
+    testing.add_argument("--permutations", type=int, default=DEFAULT_RUN_PERMUTATIONS, metavar="R", help=f"label permutations (seeded by --seed) for p-values, FDR flags and corrected MI; 0 turns the test off (default {DEFAULT_RUN_PERMUTATIONS})")
+    testing.add_argument("--fdr", type=float, default=DEFAULT_FDR, help=f"false discovery rate for flagging hits, Benjamini-Hochberg (default {DEFAULT_FDR})")
+    testing.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT, help=f"fraction of samples held out (seeded) to score the decoders and the linear probe; 0 turns decoding off (default {DEFAULT_HOLDOUT})")
     report.add_argument("--out", help="output HDF5 file (default runs/<run-name>/probe.h5)")
     report.add_argument("--run-name", help="name of the run folder under runs/ (default: the start time)")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    report.add_argument("--resume", action="store_true", help="continue an interrupted run from the codes stored in <out>.partial")
+    report.add_argument("--flush-every", type=int, default=10_000, metavar="N", help="write codes to the partial file every N samples, the most a killed run loses (default 10000)")
+    add_figure_arguments(report)
     return parser
 
 
@@ -118,11 +133,28 @@ def _check_arguments(args: argparse.Namespace) -> None:
         args.layer_list = names
     else:
         args.layer_list = []
-    for option, value, low in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1), ("--calibration", args.calibration, 1), ("--top", args.top, 0), ("--min-count", args.min_count, 1)):
+    for option, value, low in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1), ("--calibration", args.calibration, 1), ("--top", args.top, 0), ("--min-count", args.min_count, 1), ("--flush-every", args.flush_every, 1)):
         if value is not None and value < low:
             raise UsageError(f"invalid {option} {value}; it must be at least {low}")
     if not -1.0 <= args.threshold <= 1.0:
         raise UsageError(f"invalid --threshold {args.threshold}; NPMI lies in [-1, 1]")
+    if args.permutations < 0:
+        raise UsageError(f"invalid --permutations {args.permutations}; pass 0 to turn the test off or a count such as {DEFAULT_RUN_PERMUTATIONS}")
+    if not 0.0 < args.fdr <= 1.0:
+        raise UsageError(f"invalid --fdr {args.fdr}; it must lie in (0, 1], for example 0.05")
+    if not 0.0 <= args.holdout < 1.0:
+        raise UsageError(f"invalid --holdout {args.holdout}; it must lie in [0, 1), for example 0.2 (0 turns decoding off)")
+    problem = check_figure_arguments(args.figures, args.html)
+    if problem:
+        raise UsageError(problem)
+    try:
+        args.ngram_lengths = parse_orders(args.ngrams)
+    except ValueError as error:
+        raise UsageError(f"--ngrams: {error}") from None
+    try:
+        args.feature_names = parse_feature_names(args.features) if args.features else ()
+    except ValueError as error:
+        raise UsageError(f"--features: {error}") from None
     args.quantizer_specs = _split_pairs(args.quantize, "--quantize")
     for layer, spec in args.quantizer_specs.items():
         try:
@@ -211,8 +243,8 @@ def _load_model(args: argparse.Namespace, console: Console) -> LoadedModel:
 # -- the pass ----------------------------------------------------------------------
 
 
-def _batches(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
+def _batches(n: int, batch_size: int, first: int = 0):
+    for start in range(first, n, batch_size):
         yield start, min(start + batch_size, n)
 
 
@@ -268,7 +300,7 @@ def calibrate(
     device: torch.device,
 ) -> None:
     """Fit the quantisers that need calibration on the first --calibration samples."""
-    needed = {name: paths[name] for name, quantizer in quantizers.items() if quantizer.needs_calibration}
+    needed = {name: paths[name] for name, quantizer in quantizers.items() if not quantizer.fitted}
     if not needed:
         return
     count = min(args.calibration, len(images))
@@ -290,6 +322,100 @@ class PassTiming:
     quantize: float = 0.0
     write: float = 0.0
     count: float = 0.0
+    assess: float = 0.0
+
+
+class LayerCounts:
+    """Everything counted for one layer during the pass; rebuilt from stored codes on --resume."""
+
+    def __init__(
+        self,
+        positions: int,
+        alphabet_size: int,
+        n_labels: int,
+        columns: int,
+        device: torch.device,
+        attributes: list[Attribute] = (),
+        attribute_columns: torch.Tensor | None = None,
+        ngram_lengths: tuple[int, ...] = (),
+    ):
+        self.attributes = list(attributes)
+        self.attribute_columns = attribute_columns  # [n, A, columns] on the device, sliced per batch
+        sizes = [len(attribute.values) for attribute in self.attributes]
+        self.counter = ObservationCounter(positions, alphabet_size, n_labels, sizes, ngram_lengths, columns=columns, device=device)
+        # Raw activations for the linear probe; restore_activations refills them on --resume.
+        self.activations: ActivationSample | None = None
+
+    def keep_activations(self, activations: torch.Tensor, start: int, n_samples: int, seed: int) -> None:
+        """Keep the sampled rows of a batch of raw (pooled) activations for the linear probe."""
+        if self.activations is None:
+            self.activations = ActivationSample(n_samples, seed=seed)
+        self.activations.add(start, activations)
+
+    def update(self, codes: torch.Tensor, label_columns: torch.Tensor, start: int) -> None:
+        """Count one batch of codes [B, P] whose first sample has index ``start``."""
+        attribute_columns = None if self.attribute_columns is None else self.attribute_columns[start : start + codes.shape[0]]
+        self.counter.update(codes, label_columns, attribute_columns)
+
+    def result(self, label_values: np.ndarray) -> AnalysisResult:
+        return self.counter.result(label_values, self.attributes)
+
+
+@dataclass
+class PassState:
+    """What the pass carries from batch to batch."""
+
+    label_columns: torch.Tensor  # [n, columns] encoded real and shuffled labels on the device
+    n_labels: int
+    counts: dict[str, LayerCounts] = field(default_factory=dict)
+    timing: PassTiming = field(default_factory=PassTiming)
+    attributes: list[Attribute] = field(default_factory=list)
+    attribute_columns: torch.Tensor | None = None  # [n, A, columns] encoded real and shuffled attribute values
+    ngram_lengths: tuple[int, ...] = ()
+
+    def counts_for(self, name: str, positions: int, alphabet_size: int, device: torch.device) -> LayerCounts:
+        if name not in self.counts:
+            self.counts[name] = LayerCounts(
+                positions, alphabet_size, self.n_labels, self.label_columns.shape[1], device, self.attributes, self.attribute_columns, self.ngram_lengths
+            )
+        return self.counts[name]
+
+
+def restore_layers(writer: ProbeWriter, quantizers: dict[str, Quantizer], state: PassState, batch_size: int, device: torch.device) -> None:
+    """Restore calibration and rebuild counts from the codes a resumed partial file holds."""
+    for name, quantizer in quantizers.items():
+        stored = writer.layer_attrs(name)
+        if stored is None:
+            raise StoreError(f"cannot resume from {writer.partial_path}: it has no codes for layer {name!r}; run again without --resume")
+        quantizer.load_edges(stored["edges"])
+        quantizer.alphabet_size = int(stored["alphabet_size"])
+        counts = state.counts_for(name, int(stored["positions"]), quantizer.alphabet_size, device)
+        for start, stop in _batches(writer.rows_done, batch_size):
+            codes = torch.from_numpy(writer.stored_codes(name, start, stop).astype(np.int64)).to(device)
+            counts.update(codes, state.label_columns[start:stop], start)
+
+
+def restore_activations(
+    model: nn.Module,
+    paths: dict[str, str],
+    quantizers: dict[str, Quantizer],
+    images: torch.Tensor,
+    state: PassState,
+    rows_done: int,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> None:
+    """Recompute the raw activations of the samples a resumed file already holds, for the linear probe.
+
+    The codes are not recomputed. Batches and seeds match the interrupted run, so a
+    stochastic latent gives the same activations.
+    """
+    with Recorder(model, paths, args.output_indices) as recorder:
+        for start, stop in _batches(rows_done, args.batch_size):
+            torch.manual_seed(args.seed * 1_000_003 + start)
+            outputs = recorder.run(as_float_batch(images[start:stop]).to(device))
+            for name, output in outputs.items():
+                state.counts[name].keep_activations(_prepare(output, quantizers[name], args.pool), start, len(images), args.seed)
 
 
 def probe_pass(
@@ -297,17 +423,18 @@ def probe_pass(
     paths: dict[str, str],
     quantizers: dict[str, Quantizer],
     images: torch.Tensor,
-    label_columns: np.ndarray,
-    n_labels: int,
+    state: PassState,
     writer: ProbeWriter,
     args: argparse.Namespace,
     device: torch.device,
     console: Console,
-) -> tuple[dict[str, JointCounter], PassTiming]:
-    """Run every batch through the model, writing codes and counting them per layer."""
-    counters: dict[str, JointCounter] = {}
-    timing = PassTiming()
-    labels_on_device = torch.from_numpy(label_columns).to(device)
+) -> None:
+    """Run the batches from ``writer.rows_done`` on through the model, writing and counting codes.
+
+    Codes are flushed to the partial file every ``--flush-every`` samples, so a run
+    that is killed can be resumed from the last flush with --resume.
+    """
+    timing = state.timing
     progress = Progress(
         TextColumn("probing"),
         BarColumn(),
@@ -317,22 +444,28 @@ def probe_pass(
         console=console,
         transient=False,
     )
+    last_flush = writer.rows_done
     with Recorder(model, paths, args.output_indices) as recorder, progress:
-        task = progress.add_task("probe", total=len(images))
-        for start, stop in _batches(len(images), args.batch_size):
+        task = progress.add_task("probe", total=len(images), completed=writer.rows_done)
+        for start, stop in _batches(len(images), args.batch_size, first=writer.rows_done):
+            # Seeding per batch makes stochastic sampling the same whether or not a run was resumed.
+            torch.manual_seed(args.seed * 1_000_003 + start)
             began = time.perf_counter()
             outputs = recorder.run(as_float_batch(images[start:stop]).to(device))
             timing.forward += time.perf_counter() - began
+            added_layer = False
             for name, output in outputs.items():
                 began = time.perf_counter()
                 check_finite(output, name, start)
                 quantizer = quantizers[name]
-                codes = quantizer(_prepare(output, quantizer, args.pool))
+                prepared = _prepare(output, quantizer, args.pool)
+                codes = quantizer(prepared)
                 codes_cpu = codes.cpu().numpy()
                 timing.quantize += time.perf_counter() - began
 
                 began = time.perf_counter()
-                if name not in counters:
+                if not writer.has_layer(name):
+                    added_layer = True
                     attrs = {
                         "module": paths[name],
                         "quantizer": quantizer.spec,
@@ -344,12 +477,16 @@ def probe_pass(
                 timing.write += time.perf_counter() - began
 
                 began = time.perf_counter()
-                if name not in counters:
-                    counters[name] = JointCounter(codes.shape[1], quantizer.alphabet_size, n_labels, columns=label_columns.shape[1], device=device)
-                counters[name].update(codes, labels_on_device[start:stop])
+                counts = state.counts_for(name, codes.shape[1], quantizer.alphabet_size, device)
+                counts.update(codes, state.label_columns[start:stop], start)
+                if args.holdout:
+                    counts.keep_activations(prepared, start, len(images), args.seed)
                 timing.count += time.perf_counter() - began
+            # A flush right after the layers are created makes the partial file resumable early.
+            if added_layer or stop - last_flush >= args.flush_every:
+                writer.flush()
+                last_flush = stop
             progress.update(task, completed=stop)
-    return counters, timing
 
 
 def _output_path(args: argparse.Namespace) -> Path:
@@ -372,6 +509,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             check_output_path(out, args.overwrite)
         except StoreError as error:
             raise UsageError(str(error)) from None
+        if args.resume and not Path(str(out) + ".partial").exists():
+            console.print(f"Nothing to resume: {out}.partial does not exist, so the run starts from the beginning.")
 
     try:
         data = load_dataset(args.dataset, args.data_root, args.split, args.limit, args.download)
@@ -399,6 +538,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     label_values, encoded = encode_labels(data.labels.numpy())
     label_columns = np.stack([encoded, shuffled_labels(encoded, args.seed)], axis=1)
+    attributes = _attributes(args, data, console)
+    attribute_columns = attribute_label_columns(attributes, args.seed)
     attrs = {
         "command": shlex.join([Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "probe.run", *sys.argv[1:]]),
         "checkpoint": loaded.checkpoint,
@@ -407,44 +548,134 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "dataset": data.name,
         "dataset_description": data.description,
         "split": data.split,
+        "data_root": str(Path(args.data_root).resolve()),
         "n_samples": len(data),
         "seed": args.seed,
         "device": str(device),
         "threshold": args.threshold,
         "min_count": args.min_count,
+        "permutations": args.permutations,
+        "fdr": args.fdr,
+        "holdout": args.holdout,
         "layers": list(paths),
+        "quantizers": [quantizer.spec for quantizer in quantizers.values()],
+        "pooling": args.pool,
+        "batch_size": args.batch_size,
+        "observations": [attribute.name for attribute in attributes],
+        "ngram_lengths": list(args.ngram_lengths),
         "torch_version": torch.__version__,
     }
 
-    torch.manual_seed(args.seed)
     began = time.perf_counter()
-    with torch.no_grad():
-        calibrate(model, paths, quantizers, data.images, args, device)
-        writer = ProbeWriter(out, overwrite=args.overwrite, attrs=attrs)
-        try:
-            writer.write_labels(data.labels.numpy(), label_values)
-            counters, timing = probe_pass(model, paths, quantizers, data.images, label_columns, len(label_values), writer, args, device, console)
-            views = []
-            for name, counter in counters.items():
-                result = summarize(counter, label_values)
-                writer.write_result(name, result)
-                views.append(LayerView(name, dict(writer.file[f"layers/{name}"].attrs), result))
-            for key, value in vars(timing).items():
-                writer.file.attrs[f"seconds_{key}"] = value
-            writer.file.attrs["seconds_total"] = time.perf_counter() - began
-            writer.commit()
-        except KeyboardInterrupt:
-            writer.close()
-            console.print(f"Interrupted: {out} was not written; the codes recorded so far are in {writer.partial_path}.")
-            return EXIT_INTERRUPTED
-        finally:
-            writer.close()
+    try:
+        writer = ProbeWriter(out, overwrite=args.overwrite, attrs=attrs, resume=args.resume)
+    except StoreError as error:
+        raise UsageError(str(error)) from None
+    if writer.resume_note:
+        console.print(writer.resume_note, soft_wrap=True)
+    state = PassState(torch.from_numpy(label_columns).to(device), len(label_values))
+    state.attributes, state.ngram_lengths = attributes, args.ngram_lengths
+    state.attribute_columns = None if attribute_columns is None else torch.from_numpy(attribute_columns).to(device)
+    try:
+        with torch.no_grad():
+            if writer.rows_done:
+                console.print(f"Resuming from {writer.partial_path}: {writer.rows_done:,} of {len(data):,} samples are stored.")
+                try:
+                    restore_layers(writer, quantizers, state, args.batch_size, device)
+                except (StoreError, ValueError) as error:
+                    raise UsageError(str(error)) from None
+                if args.holdout:
+                    restore_activations(model, paths, quantizers, data.images, state, writer.rows_done, args, device)
+            else:
+                writer.write_labels(data.labels.numpy(), label_values)
+                writer.write_observations(attributes)
+                calibrate(model, paths, quantizers, data.images, args, device)
+            probe_pass(model, paths, quantizers, data.images, state, writer, args, device, console)
+        views = []
+        writer.flush()
+        for name, counts in state.counts.items():
+            result = counts.result(label_values)
+            assessed = time.perf_counter()
+            assess(result, _stored_chunks(writer, name, len(data)), encoded, args.permutations, fdr=args.fdr, holdout=args.holdout, min_count=args.min_count, seed=args.seed, device=device, activations=counts.activations)
+            state.timing.assess += time.perf_counter() - assessed
+            writer.write_result(name, result)
+            views.append(LayerView(name, dict(writer.file[f"layers/{name}"].attrs), result))
+        for key, value in vars(state.timing).items():
+            writer.file.attrs[f"seconds_{key}"] = value
+        writer.file.attrs["seconds_total"] = time.perf_counter() - began
+        writer.commit()
+    except KeyboardInterrupt:
+        writer.close()
+        stored = _stored_rows(writer)
+        print(
+            f"Interrupted: {out} was not written; {stored:,} of {len(data):,} samples are saved in {writer.partial_path} "
+            "(rerun the same command with --resume to continue).",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        writer.close()
 
     render_summary(console, views, args.threshold, args.min_count)
     for view in views:
-        render_layer(console, view, args.threshold, args.top, args.min_count)
+        render_layer(console, view, args.threshold, args.top, args.min_count, significant_only=not args.all_hits)
+        render_ngrams(console, view, args.threshold, args.top, args.min_count)
+        render_observations(console, view, args.threshold, args.min_count)
     console.print(f"Saved {out} ({len(data):,} samples, {len(views)} layers, {time.perf_counter() - began:.1f} s).")
+    if args.figures or args.html:
+        try:
+            with load(out) as saved:
+                lines = write_figures(
+                    saved, args.figures, args.html, args.threshold, args.min_count, args.top,
+                    significant_only=not args.all_hits, images=data.images.numpy(), model=model,
+                )
+        except OSError as error:
+            print(f"error: writing figures failed: {error}; {out} is saved, so rerun python -m probe.report {out} --figures DIR", file=sys.stderr)
+            return EXIT_RUNTIME
+        for line in lines:
+            console.print(line, soft_wrap=True)
     return 0
+
+
+def _attributes(args: argparse.Namespace, data, console: Console) -> list[Attribute]:
+    """Return the image features and user attributes this run counts against, checked against the dataset."""
+    attributes: list[Attribute] = []
+    if args.feature_names:
+        began = time.perf_counter()
+        features = image_features(data.images, args.feature_names)
+        for feature in features.values():
+            attribute = make_attributes({feature.name: feature.values})[0]
+            attribute.value_names, attribute.description = list(feature.value_names), feature.description
+            attributes.append(attribute)
+        console.print(f"Computed image features {', '.join(features)} ({time.perf_counter() - began:.1f} s).")
+    if args.observations:
+        try:
+            attributes.extend(read_observations(args.observations, n_samples=len(data)))
+        except ObservationError as error:
+            raise UsageError(f"--observations: {error}") from None
+    try:
+        return make_attributes(attributes, n_samples=len(data))
+    except ObservationError as error:
+        raise UsageError(f"{error} (an --observations column may repeat an image feature's name; rename it)") from None
+
+
+def _stored_chunks(writer: ProbeWriter, name: str, n_samples: int, rows: int = 1 << 16):
+    """Return a callable that reads a layer's stored codes back in pieces of ``rows`` samples."""
+
+    def chunks():
+        for start, stop in _batches(n_samples, rows):
+            yield start, torch.from_numpy(writer.stored_codes(name, start, stop).astype(np.int64))
+
+    return chunks
+
+
+def _stored_rows(writer: ProbeWriter) -> int:
+    """Return how many samples a closed partial file holds for every layer."""
+    try:
+        with h5py.File(writer.partial_path, "r") as handle:
+            return int(handle.attrs.get("rows_flushed", 0))
+    except OSError:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,13 +9,14 @@ Public names:
     FORMAT         the format version string written to every file
 
 The layout is documented in docs/hdf5.md. A file at the output path is either
-complete and says so, or it is the previous complete file: the writer works on
+marked complete, or it is the previous complete file: the writer works on
 ``<out>.partial`` and only ``commit`` moves it into place.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,11 @@ import h5py
 import numpy as np
 
 from .analysis import AnalysisResult, PositionalNPMI, WholeCodeNPMI
+from .ngrams import NgramNPMI, PositionalNgramNPMI
+from .observations import Attribute
+from .significance import PermutationNull
 
-__all__ = ["ProbeWriter", "load", "ProbeFile", "StoredLayer", "StoreError", "FORMAT", "chunk_shape"]
+__all__ = ["ProbeWriter", "OutputLock", "load", "ProbeFile", "StoredLayer", "StoreError", "FORMAT", "chunk_shape"]
 
 FORMAT = "probe-hdf5/1"
 # Chunks of about 256 KiB: large enough for fast gzip, small enough to read one slice cheaply.
@@ -68,32 +72,75 @@ def _attr_value(value):
 
 
 class _CodeBuffer:
-    """Collects code batches for one layer and writes whole chunks at a time."""
+    """Collects code batches for one layer in memory until the writer flushes them."""
 
     def __init__(self, dataset: h5py.Dataset):
         self.dataset = dataset
-        self.chunk_rows = dataset.chunks[0]
         self.parts: list[np.ndarray] = []
         self.rows = 0
 
     def append(self, codes: np.ndarray) -> None:
         self.parts.append(codes)
         self.rows += len(codes)
-        if self.rows >= self.chunk_rows:
-            self.flush(whole_chunks_only=True)
 
-    def flush(self, whole_chunks_only: bool = False) -> None:
+    def flush(self) -> None:
         if not self.parts:
             return
         block = np.concatenate(self.parts, axis=0)
-        count = (len(block) // self.chunk_rows) * self.chunk_rows if whole_chunks_only else len(block)
-        if count:
-            start = self.dataset.shape[0]
-            self.dataset.resize(start + count, axis=0)
-            self.dataset[start : start + count] = block[:count]
-        rest = block[count:]
-        self.parts = [rest] if len(rest) else []
-        self.rows = len(rest)
+        start = self.dataset.shape[0]
+        self.dataset.resize(start + len(block), axis=0)
+        self.dataset[start:] = block
+        self.parts, self.rows = [], 0
+
+
+class OutputLock:
+    """An exclusive advisory lock on ``<out>.lock``, held while one run writes ``<out>``.
+
+    A second run with the same output fails at once instead of writing the same
+    partial file. The lock uses ``fcntl.flock``, which some network filesystems
+    do not honour (see docs/hdf5.md).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._handle = None
+
+    def acquire(self) -> None:
+        handle = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreError(
+                f"another run is writing {self.path} (process {owner} holds {self.lock_path}); "
+                "wait for it to finish or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            os.unlink(self.lock_path)
+        except FileNotFoundError:
+            pass
+        self._handle.close()
+        self._handle = None
+
+
+class _DamagedPartialError(StoreError):
+    """A partial file that HDF5 cannot open, typically after a kill during a flush."""
+
+
+# Root attributes that must match for --resume to continue a partial file.
+RESUME_KEYS = ("checkpoint_sha256", "model", "dataset", "split", "n_samples", "seed", "layers", "quantizers", "pooling", "batch_size", "observations", "ngram_lengths")
 
 
 class ProbeWriter:
@@ -112,25 +159,95 @@ class ProbeWriter:
     the output path untouched.
     """
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False, attrs: dict | None = None):
+    def __init__(self, path: str | os.PathLike, overwrite: bool = False, attrs: dict | None = None, resume: bool = False):
         self.path = Path(path)
         check_output_path(self.path, overwrite)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create folder {self.path.parent}: {error.strerror}; choose another --out") from None
         self.partial_path = self.path.with_name(self.path.name + ".partial")
+        self._lock = OutputLock(self.path)
+        try:
+            self._lock.acquire()
+        except OSError as error:
+            raise StoreError(f"cannot write {self.path}: {error.strerror} ({self._lock.lock_path}); choose another --out") from None
+        self._buffers: dict[str, _CodeBuffer] = {}
+        self.committed = False
+        self.rows_done = 0
+        """Code rows already stored for every layer when a partial file was resumed."""
+        self.resume_note = ""
+        """Why a --resume started from the beginning, or empty."""
+        try:
+            if resume and self.partial_path.exists():
+                try:
+                    self._reopen(attrs or {})
+                except _DamagedPartialError as error:
+                    self.resume_note = str(error)
+                    self._create(attrs or {})
+            else:
+                self._create(attrs or {})
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _create(self, attrs: dict) -> None:
         try:
             self.file = h5py.File(self.partial_path, "w")
         except OSError as error:
-            raise StoreError(f"cannot create {self.partial_path}: {error}") from error
-        self._buffers: dict[str, _CodeBuffer] = {}
-        self.committed = False
+            raise StoreError(f"cannot create {self.partial_path}: {error}; choose another --out") from None
         # Layers keep the order in which they were added, which is network order for probe.run.
         self.file.create_group("layers", track_order=True)
         root = self.file.attrs
         root["format"] = FORMAT
         root["complete"] = False
         root["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        for key, value in (attrs or {}).items():
+        root["rows_flushed"] = 0
+        for key, value in attrs.items():
             root[key] = _attr_value(value)
+
+    def _reopen(self, attrs: dict) -> None:
+        """Open an existing partial file for --resume and drop anything past its last flush."""
+        try:
+            self.file = h5py.File(self.partial_path, "r+")
+            root = self.file.attrs
+            stored = {key: _plain(value) for key, value in root.items()}
+            layers = self.file["layers"]
+        except (OSError, KeyError) as error:
+            raise _DamagedPartialError(
+                f"{self.partial_path} was damaged when the run stopped ({error}), so the run starts from the beginning"
+            ) from None
+        stored = {key: _plain(value) for key, value in root.items()}
+        for key in RESUME_KEYS:
+            if key in attrs and _plain(_attr_value(attrs[key])) != stored.get(key):
+                self.file.close()
+                raise StoreError(
+                    f"cannot resume from {self.partial_path}: it was written with {key}={stored.get(key)!r}, "
+                    f"this run has {key}={attrs[key]!r}; rerun with the same options or drop --resume"
+                )
+        self.rows_done = int(stored.get("rows_flushed", 0))
+        for name, group in layers.items():
+            for member in [key for key in group if key not in ("codes", "edges")]:
+                del group[member]
+            group["codes"].resize(self.rows_done, axis=0)
+            self._buffers[name] = _CodeBuffer(group["codes"])
+
+    def stored_codes(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Read rows [start, stop) of a layer's stored codes (used to rebuild counts on resume)."""
+        return self.file[f"layers/{name}/codes"][start:stop]
+
+    def has_layer(self, name: str) -> bool:
+        """Whether ``layers/<name>`` exists in the file being written."""
+        return name in self._buffers
+
+    def layer_attrs(self, name: str) -> dict | None:
+        """Return a stored layer's attributes with its edges, or None when it does not exist yet."""
+        if name not in self.file["layers"]:
+            return None
+        group = self.file[f"layers/{name}"]
+        attrs = {key: _plain(value) for key, value in group.attrs.items()}
+        attrs["edges"] = group["edges"][()] if "edges" in group else None
+        return attrs
 
     def __enter__(self) -> "ProbeWriter":
         return self
@@ -180,24 +297,65 @@ class ProbeWriter:
         self._buffers[name].append(np.asarray(codes, dtype=self._buffers[name].dataset.dtype))
 
     def flush(self) -> None:
-        """Write every buffered code row and flush the file to disk."""
+        """Write every buffered code row, record how many rows all layers hold, and flush to disk.
+
+        Codes reach the file only here, and the file is closed and reopened after each
+        flush, so a run killed between flushes leaves a partial file that HDF5 can open.
+        """
         for buffer in self._buffers.values():
             buffer.flush()
-        self.file.flush()
+        if self._buffers:
+            self.file.attrs["rows_flushed"] = min(buffer.dataset.shape[0] for buffer in self._buffers.values())
+        self.file.close()
+        self.file = h5py.File(self.partial_path, "r+")
+        for name, buffer in self._buffers.items():
+            buffer.dataset = self.file[f"layers/{name}/codes"]
+
+    def write_observations(self, attributes: list[Attribute]) -> None:
+        """Store each attribute's value per sample under ``observations/<attribute>``."""
+        root = self.file.require_group("observations")
+        for attribute in attributes:
+            group = root.create_group(attribute.name)
+            group.create_dataset("values", data=attribute.raw.astype(np.int64), chunks=True, compression="gzip")
+            group.create_dataset("label_values", data=attribute.values.astype(np.int64))
+            if attribute.value_names:
+                group.create_dataset("value_names", data=np.array(attribute.value_names, dtype=h5py.string_dtype()))
+            group.attrs["description"] = attribute.description
 
     def write_result(self, name: str, result: AnalysisResult) -> None:
         """Store NPMI tables and statistics under ``layers/<name>``."""
-        group = self.file.require_group(f"layers/{name}")
+        self._write_analysis(self.file.require_group(f"layers/{name}"), result)
+
+    def _write_analysis(self, group: h5py.Group, result: AnalysisResult) -> None:
+        """Store one AnalysisResult in ``group``; attributes go to ``observations/<attribute>`` below it."""
         whole = group.create_group("npmi/whole")
         whole.create_dataset("codes", data=result.whole.codes, compression="gzip")
         whole.create_dataset("counts", data=result.whole.counts.astype(np.int64), compression="gzip")
         whole.create_dataset("npmi", data=result.whole.npmi.astype(np.float64), compression="gzip")
+        if result.whole.p_values is not None:
+            whole.create_dataset("p_values", data=result.whole.p_values.astype(np.float64), compression="gzip")
+            whole.create_dataset("tested", data=result.whole.tested.astype(bool), compression="gzip")
+            whole.create_dataset("significant", data=result.whole.significant.astype(bool), compression="gzip")
+        if result.null is not None:
+            null = group.create_group("null")
+            null.create_dataset("mutual_information_bits", data=result.null.mutual_information_bits.astype(np.float64))
+            null.create_dataset("max_npmi", data=result.null.max_npmi.astype(np.float64))
+            null.attrs["permutations"] = result.null.permutations
+            null.attrs["seed"] = result.null.seed
+            null.attrs["min_count"] = result.null.min_count
         positional = group.create_group("npmi/positional")
         positional.create_dataset("counts", data=result.positional.counts.astype(np.int64), compression="gzip")
         positional.create_dataset("npmi", data=result.positional.npmi.astype(np.float64), compression="gzip")
         stats = group.create_group("stats")
         for key, value in result.stats.items():
             stats.attrs[key] = value
+        _write_ngrams(group, result)
+        for attribute, sub_result in result.observations.items():
+            sub_group = group.create_group(f"observations/{attribute}")
+            sub_group.create_dataset("label_values", data=np.asarray(sub_result.label_values, dtype=np.int64))
+            if sub_result.value_names:
+                sub_group.create_dataset("value_names", data=np.array(sub_result.value_names, dtype=h5py.string_dtype()))
+            self._write_analysis(sub_group, sub_result)
 
     def commit(self) -> Path:
         """Mark the file complete, close it and move it onto the output path."""
@@ -206,15 +364,74 @@ class ProbeWriter:
         self.file.close()
         os.replace(self.partial_path, self.path)
         self.committed = True
+        self._lock.release()
         return self.path
 
     def close(self) -> None:
         """Close the partial file without committing (a no-op after ``commit``)."""
-        if not self.committed and self.file.id.valid:
-            try:
-                self.flush()
-            finally:
-                self.file.close()
+        try:
+            if not self.committed and self.file.id.valid:
+                try:
+                    self.flush()
+                finally:
+                    self.file.close()
+        finally:
+            self._lock.release()
+
+
+def _write_ngrams(group: h5py.Group, result: AnalysisResult) -> None:
+    """Store n-gram tables as ``npmi/ngram/<n>`` and ``npmi/positional_ngram/<n>``."""
+    for order, table in result.ngrams.items():
+        ngram = group.create_group(f"npmi/ngram/{order}")
+        ngram.create_dataset("codes", data=table.codes.astype(np.int64), compression="gzip")
+        ngram.create_dataset("counts", data=table.counts.astype(np.int64), compression="gzip")
+        ngram.create_dataset("npmi", data=table.npmi.astype(np.float64), compression="gzip")
+        ngram.create_dataset("message_counts", data=table.message_counts.astype(np.int64), compression="gzip")
+    for order, table in result.positional_ngrams.items():
+        ngram = group.create_group(f"npmi/positional_ngram/{order}")
+        ngram.create_dataset("starts", data=table.starts.astype(np.int64), compression="gzip")
+        ngram.create_dataset("codes", data=table.codes.astype(np.int64), compression="gzip")
+        ngram.create_dataset("counts", data=table.counts.astype(np.int64), compression="gzip")
+        ngram.create_dataset("npmi", data=table.npmi.astype(np.float64), compression="gzip")
+
+
+def _read_ngrams(group: h5py.Group, result: AnalysisResult) -> None:
+    for order, table in (group["npmi/ngram"].items() if "npmi/ngram" in group else ()):
+        counts = table["counts"][()]
+        message_counts = table["message_counts"][()] if "message_counts" in table else counts.sum(axis=1)
+        result.ngrams[int(order)] = NgramNPMI(codes=table["codes"][()], counts=counts, npmi=table["npmi"][()], message_counts=message_counts)
+    for order, table in (group["npmi/positional_ngram"].items() if "npmi/positional_ngram" in group else ()):
+        result.positional_ngrams[int(order)] = PositionalNgramNPMI(
+            starts=table["starts"][()], codes=table["codes"][()], counts=table["counts"][()], npmi=table["npmi"][()]
+        )
+    result.ngrams = dict(sorted(result.ngrams.items()))
+    result.positional_ngrams = dict(sorted(result.positional_ngrams.items()))
+
+
+def _read_observation_results(group: h5py.Group, result: AnalysisResult) -> None:
+    for attribute, sub_group in (group["observations"].items() if "observations" in group else ()):
+        sub_result = _read_result(sub_group, sub_group["label_values"][()])
+        if sub_result is None:
+            continue
+        if "value_names" in sub_group:
+            sub_result.value_names = [_plain(name) for name in sub_group["value_names"][()]]
+        result.observations[attribute] = sub_result
+
+
+def _read_attributes(handle: h5py.File) -> dict[str, Attribute]:
+    """Read per-sample attribute values stored at ``observations/<attribute>``."""
+    attributes = {}
+    for name, group in (handle["observations"].items() if "observations" in handle else ()):
+        values = group["values"][()]
+        label_values = group["label_values"][()]
+        attributes[name] = Attribute(
+            name=name,
+            encoded=np.searchsorted(label_values, values).astype(np.int64),
+            values=label_values,
+            value_names=[_plain(item) for item in group["value_names"][()]] if "value_names" in group else [],
+            description=_plain(group.attrs.get("description", "")),
+        )
+    return attributes
 
 
 @dataclass
@@ -246,6 +463,8 @@ class ProbeFile:
     label_values: np.ndarray
     layers: dict[str, StoredLayer] = field(default_factory=dict)
     _file: h5py.File | None = None
+    # Attribute name -> per-sample values, for runs with image features or user attributes.
+    observations: dict[str, Attribute] = field(default_factory=dict)
 
     def __enter__(self) -> "ProbeFile":
         return self
@@ -262,12 +481,26 @@ def _read_result(group: h5py.Group, label_values: np.ndarray) -> AnalysisResult 
     if "npmi" not in group:
         return None
     whole, positional = group["npmi/whole"], group["npmi/positional"]
-    return AnalysisResult(
-        whole=WholeCodeNPMI(codes=whole["codes"][()], counts=whole["counts"][()], npmi=whole["npmi"][()]),
+    tables = {key: whole[key][()] for key in ("p_values", "tested", "significant") if key in whole}
+    null = None
+    if "null" in group:
+        null = PermutationNull(
+            permutations=int(group["null"].attrs["permutations"]),
+            seed=int(group["null"].attrs["seed"]),
+            mutual_information_bits=group["null/mutual_information_bits"][()],
+            max_npmi=group["null/max_npmi"][()],
+            min_count=int(group["null"].attrs["min_count"]),
+        )
+    result = AnalysisResult(
+        whole=WholeCodeNPMI(codes=whole["codes"][()], counts=whole["counts"][()], npmi=whole["npmi"][()], **tables),
         positional=PositionalNPMI(counts=positional["counts"][()], npmi=positional["npmi"][()]),
         stats={key: _plain(value) for key, value in group["stats"].attrs.items()} if "stats" in group else {},
         label_values=label_values,
+        null=null,
     )
+    _read_ngrams(group, result)
+    _read_observation_results(group, result)
+    return result
 
 
 def _plain(value):
@@ -313,10 +546,11 @@ def load(path: str | os.PathLike, allow_incomplete: bool = False) -> ProbeFile:
                 result=_read_result(group, label_values),
                 edges=group["edges"][()] if "edges" in group else None,
             )
+        observations = _read_attributes(handle)
     except StoreError:
         handle.close()
         raise
     except (OSError, KeyError, ValueError) as error:
         handle.close()
         raise StoreError(f"cannot read {path}: {error}; the file is damaged") from error
-    return ProbeFile(path=path, metadata=metadata, labels=labels, label_values=label_values, layers=layers, _file=handle)
+    return ProbeFile(path=path, metadata=metadata, labels=labels, label_values=label_values, layers=layers, _file=handle, observations=observations)

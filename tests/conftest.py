@@ -2,7 +2,7 @@
 
 import pytest
 
-from models import TrainConfig, train
+from models.train import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

@@ -72,3 +72,41 @@ def mutual_information_bits(codes, labels) -> float:
     rows = [tuple(int(v) for v in row) for row in codes]
     labels = [int(label) for label in labels]
     return entropy_bits(rows) + entropy_bits(labels) - entropy_bits(list(zip(rows, labels)))
+
+
+def ngram_npmi(codes, labels, length) -> dict:
+    """Return {(n-gram tuple, label): npmi} over messages, each n-gram counted once per message."""
+    n = len(labels)
+    label_counts = Counter(int(label) for label in labels)
+    gram_counts: Counter = Counter()
+    pairs: Counter = Counter()
+    for row, label in zip(codes, labels):
+        row = [int(v) for v in row]
+        present = {tuple(row[start : start + length]) for start in range(len(row) - length + 1)}
+        for gram in present:
+            gram_counts[gram] += 1
+            pairs[(gram, int(label))] += 1
+    return {
+        (gram, label): npmi_value(pairs.get((gram, label), 0) / n, gram_counts[gram] / n, label_counts[label] / n)
+        for gram in gram_counts
+        for label in label_counts
+    }
+
+
+def positional_ngram_npmi(codes, labels, length) -> dict:
+    """Return {(start, n-gram tuple, label): npmi} for the n-gram at each start position."""
+    n = len(labels)
+    label_counts = Counter(int(label) for label in labels)
+    gram_counts: Counter = Counter()
+    pairs: Counter = Counter()
+    for row, label in zip(codes, labels):
+        row = [int(v) for v in row]
+        for start in range(len(row) - length + 1):
+            key = (start, tuple(row[start : start + length]))
+            gram_counts[key] += 1
+            pairs[(key, int(label))] += 1
+    return {
+        (start, gram, label): npmi_value(pairs.get(((start, gram), label), 0) / n, gram_counts[(start, gram)] / n, label_counts[label] / n)
+        for (start, gram) in gram_counts
+        for label in label_counts
+    }

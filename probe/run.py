@@ -484,7 +484,9 @@ def probe_pass(
                 timing.count += time.perf_counter() - began
             # A flush right after the layers are created makes the partial file resumable early.
             if added_layer or stop - last_flush >= args.flush_every:
+                began = time.perf_counter()
                 writer.flush()
+                timing.write += time.perf_counter() - began
                 last_flush = stop
             progress.update(task, completed=stop)
 

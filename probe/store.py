@@ -66,7 +66,8 @@ def _attr_value(value):
         return ""
     if isinstance(value, str):
         return str(value)  # numpy str_ values have no HDF5 conversion
-    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) for item in value):
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        # An empty list is stored as an empty string array, the type its items would have.
         return np.array(value, dtype=h5py.string_dtype())
     return value
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from .analysis import AnalysisResult
@@ -66,6 +67,34 @@ class LayerView:
     name: str
     attrs: dict
     result: AnalysisResult
+
+
+# A table too wide for the console is printed transposed (one column per row) when it
+# has at most this many rows, as the per-layer summaries do.
+MAX_TRANSPOSED_ROWS = 8
+
+
+def _folded(table: Table) -> Table:
+    """Let every cell wrap onto more lines instead of ending in an ellipsis on narrow terminals."""
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
+def _print_table(console: Console, table: Table) -> None:
+    """Print a table; one too wide for the console and with few rows is printed transposed."""
+    width = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    if width <= console.width or table.row_count > MAX_TRANSPOSED_ROWS or table.row_count == 0:
+        console.print(_folded(table))
+        return
+    columns = [list(column.cells) for column in table.columns]
+    transposed = Table(title=table.title, title_justify="left", caption=table.caption, caption_justify="left")
+    transposed.add_column(table.columns[0].header)
+    for cell in columns[0]:
+        transposed.add_column(cell, justify="right")
+    for column, cells in zip(table.columns[1:], columns[1:]):
+        transposed.add_row(column.header, *cells)
+    console.print(_folded(transposed))
 
 
 def make_console() -> Console:
@@ -139,7 +168,7 @@ def render_summary(console: Console, layers: list[LayerView], threshold: float, 
             f"{row['hits']:,}",
             f"{row['best_positional_npmi']:.3f}",
         )
-    console.print(table)
+    _print_table(console, table)
     render_assessment_summary(console, rows)
 
 
@@ -177,7 +206,7 @@ def render_assessment_summary(console: Console, rows: list[dict]) -> None:
             _percent(row["chance_accuracy"]),
             _percent(row["heldout_unseen_fraction"]),
         )
-    console.print(table)
+    _print_table(console, table)
 
 
 def _number(value: float, spec: str) -> str:
@@ -215,7 +244,7 @@ def render_layer(console: Console, layer: LayerView, threshold: float, top: int,
         table.add_row(*cells)
     if not hits:
         table.add_row("(none)", *[""] * (len(headers) - 1))
-    console.print(table)
+    _print_table(console, table)
 
     positional = Table(title=f"{layer.name}: best (position, symbol) per label", title_justify="left")
     for header in ("label", "position", "symbol", "NPMI", "joint count"):
@@ -235,7 +264,7 @@ def render_layer(console: Console, layer: LayerView, threshold: float, top: int,
                 f"{values[position, symbol, label_index]:.3f}",
                 f"{int(counts[position, symbol, label_index]):,}",
             )
-    console.print(positional)
+    _print_table(console, positional)
 
 
 def _observations(result: AnalysisResult) -> list[tuple[str, AnalysisResult]]:
@@ -326,7 +355,7 @@ def render_ngrams(console: Console, layer: LayerView, threshold: float, top: int
         table.add_row(format_code(hit.code), where, hit.value_name, f"{hit.npmi:.3f}", f"{hit.joint_count:,}", f"{hit.count:,}")
     if not hits:
         table.add_row("(none)", "", "", "", "", "")
-    console.print(table)
+    _print_table(console, table)
 
 
 def render_observations(console: Console, layer: LayerView, threshold: float, min_count: int) -> None:
@@ -336,8 +365,11 @@ def render_observations(console: Console, layer: LayerView, threshold: float, mi
     N-grams as long as the code repeat the whole code and are left out of the tables.
     """
     result = layer.result
-    overview = Table(title=f"{layer.name}: observations (hits: NPMI >= {threshold:g}, joint count >= {min_count})", title_justify="left")
-    for header in ("observation", "values", "MI (bits)", "shuffled MI", "hits", "best hit", "NPMI"):
+    overview = Table(
+        title=f"{layer.name}: observations (hits of every kind: whole codes, symbols and n-grams with NPMI >= {threshold:g}, joint count >= {min_count})",
+        title_justify="left",
+    )
+    for header in ("observation", "values", "MI (bits)", "shuffled MI", "all hits", "best hit", "NPMI"):
         overview.add_column(header, justify="left" if header in ("observation", "best hit") else "right")
     for row in observation_rows(layer, threshold, min_count):
         overview.add_row(
@@ -349,7 +381,7 @@ def render_observations(console: Console, layer: LayerView, threshold: float, mi
             row["best"] or "(none)",
             "" if row["best"] is None else f"{row['best_npmi']:.3f}",
         )
-    console.print(overview)
+    _print_table(console, overview)
 
     positions = result.whole.codes.shape[1]
     hits = [hit for hit in value_hits(result, threshold, min_count) if hit.kind in ("code", "symbol") or len(hit.code) < positions]
@@ -364,4 +396,4 @@ def render_observations(console: Console, layer: LayerView, threshold: float, mi
             chosen = _best_per_kind([hit for hit in own if hit.value == int(value)])
             for rank, hit in enumerate(chosen):
                 table.add_row(hit.value_name if rank == 0 else "", describe_hit(hit), f"{hit.npmi:.3f}", f"{hit.joint_count:,}", f"{hit.count:,}")
-        console.print(table)
+        _print_table(console, table)

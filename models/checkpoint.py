@@ -82,11 +82,14 @@ def save_checkpoint(model: CategoricalVAE, path: str | Path, **info: Any) -> Pat
 
 def _read_payload(path: str | Path, map_location: str | torch.device) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass the model.pt file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as error:
+        # A text file reaches the legacy unpickler and fails with a KeyError on its magic number.
         raise CheckpointError(
             f"{path} is not a valid checkpoint: {error}. Retrain or pass the right file."
         ) from error

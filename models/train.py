@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 # Share of the run over which the temperature decays to its floor.
 ANNEAL_FRACTION = 0.5
+# A cap on latents x categories, so that a typo such as --categories 100000000 gets a
+# clear error instead of an out-of-memory crash while the logits layer is allocated.
+MAX_LATENT_UNITS = 1_000_000
 # Steps between progress-bar refreshes; each refresh syncs with the device to read the losses.
 PROGRESS_EVERY = 25
 # Number of last training steps whose losses are averaged into the final losses.
@@ -85,6 +88,13 @@ class TrainConfig:
             )
         if self.split not in SPLITS:
             raise TrainConfigError(f"invalid split {self.split!r}; valid splits: {', '.join(SPLITS)}")
+        if self.latents * self.categories > MAX_LATENT_UNITS:
+            raise TrainConfigError(
+                f"{self.latents} x {self.categories} latents give {self.latents * self.categories:,} logits, more than "
+                f"{MAX_LATENT_UNITS:,}; choose fewer latents or categories"
+            )
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise TrainConfigError(f"--out {self.out} is a file; pass a folder, in which model.pt will be written")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -138,6 +138,22 @@ class AnalysisResult:
         ]
 
 
+# The positional table has positions x symbols x labels int64 cells; past this many
+# (1 GiB) the alphabet is almost surely sparse ids rather than symbols.
+MAX_POSITIONAL_CELLS = 1 << 27
+
+
+def check_table_size(positions: int, alphabet_size: int, n_labels: int) -> None:
+    """Raise ValueError when the positional count table would be too large to allocate."""
+    cells = positions * alphabet_size * n_labels
+    if cells > MAX_POSITIONAL_CELLS:
+        raise ValueError(
+            f"the positional table would need {cells:,} cells ({cells * 8 / 2**30:.1f} GiB) for {positions} positions x "
+            f"{alphabet_size:,} symbols x {n_labels} labels; the codes look like sparse ids, so renumber them to "
+            "0..k-1 first, for example with np.unique(codes, return_inverse=True)"
+        )
+
+
 def encode_labels(labels) -> tuple[np.ndarray, np.ndarray]:
     """Map integer labels to 0..L-1; return (label_values, encoded) with label_values sorted."""
     labels = np.asarray(labels)
@@ -145,6 +161,8 @@ def encode_labels(labels) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels must be one-dimensional, got shape {labels.shape}")
     if labels.dtype.kind not in "iub":
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.dtype.kind == "u" and labels.size and int(labels.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"label {int(labels.max())} does not fit in int64; renumber the labels, for example with np.unique")
     values, encoded = np.unique(labels, return_inverse=True)
     return values.astype(np.int64), encoded.astype(np.int64)
 
@@ -307,16 +325,21 @@ def analyze(
         raise ValueError(f"codes have {len(codes_array)} rows but labels have {len(labels_array)}; pass one label per code row")
     if len(codes_array) == 0:
         raise ValueError("codes are empty; pass at least one sample")
+    if codes_array.shape[1] == 0:
+        raise ValueError(f"codes have shape {codes_array.shape}, with no positions; pass at least one code column")
     if codes_array.min() < 0:
         raise ValueError(f"codes must be non-negative, found {codes_array.min()}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     largest = int(codes_array.max())
     if alphabet_size is None:
         alphabet_size = largest + 1
     elif largest >= alphabet_size:
         raise ValueError(f"code {largest} does not fit alphabet_size={alphabet_size}; pass a larger alphabet_size")
+    check_table_size(codes_array.shape[1], alphabet_size, len(np.unique(labels_array)))
 
-    if isinstance(ngrams, str):
-        ngrams = parse_orders(ngrams)
+    if isinstance(ngrams, (str, int)):
+        ngrams = parse_orders(str(ngrams))
     orders = tuple(ngrams or ())
     attributes = make_attributes(observations, n_samples=len(codes_array))
 

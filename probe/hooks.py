@@ -158,6 +158,8 @@ class Recorder:
             raise HookError(f"--output-index was given for layer {name!r}, but its output is a single {type(output).__name__}")
         if not isinstance(output, torch.Tensor):
             raise HookError(f"layer {name!r} returns {type(output).__name__}, not a tensor; probe a module that returns a tensor")
+        if output.dim() == 0:
+            raise HookError(f"layer {name!r} returns a single number per batch, not one value per sample; probe a layer whose output has a batch axis")
         return output
 
     def run(self, *inputs, **kwargs) -> dict[str, torch.Tensor]:

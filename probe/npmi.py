@@ -20,6 +20,7 @@ import math
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -76,7 +77,10 @@ def _read_csv(path: Path) -> np.ndarray:
     cells = [cell.strip() for cell in first.split(",")]
     has_header = any(cell and not cell.lstrip("+-").isdigit() for cell in cells)
     try:
-        return np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=1 if has_header else 0, ndmin=2)
+        with warnings.catch_warnings():
+            # An empty file is reported below as an empty array, not as numpy's warning.
+            warnings.simplefilter("ignore", UserWarning)
+            return np.loadtxt(path, delimiter=",", dtype=np.int64, skiprows=1 if has_header else 0, ndmin=2)
     except ValueError as error:
         raise UsageError(f"cannot read {path} as a CSV of integers ({error}); put one row per sample, values separated by commas") from None
 
@@ -102,13 +106,15 @@ def read_array(spec: str, option: str) -> np.ndarray:
         array = _read_hdf5(spec)
     else:
         path = Path(spec)
+        if path.is_dir():
+            raise UsageError(f"{option} {path} is a folder; give a .npy or .csv file or file.h5:path/to/dataset")
         if not path.is_file():
             raise UsageError(f"{option} file {path} not found")
         suffix = path.suffix.lower()
         if suffix == ".npy":
             try:
                 array = np.load(path, allow_pickle=False)
-            except ValueError as error:
+            except (ValueError, EOFError, OSError) as error:
                 raise UsageError(f"cannot read {path} as .npy ({error})") from None
         elif suffix == ".csv":
             array = _read_csv(path)
@@ -157,8 +163,8 @@ def _load_inputs(args: argparse.Namespace):
         raise UsageError(f"--labels {args.labels} has shape {labels.shape}; it must hold one label per code row")
     if len(codes) != len(labels):
         raise UsageError(f"--codes has {len(codes)} rows but --labels has {len(labels)}; give one label per code row")
-    if len(codes) == 0:
-        raise UsageError(f"--codes {args.codes} is empty")
+    if codes.size == 0:
+        raise UsageError(f"--codes {args.codes} is empty (shape {codes.shape}); it must hold at least one row and one column")
     if codes.min() < 0:
         raise UsageError(f"--codes holds the negative symbol {codes.min()}; symbols must be non-negative integers")
     attributes = []
@@ -223,25 +229,28 @@ def run(args: argparse.Namespace) -> int:
     codes, labels, attributes, alphabet_size = _load_inputs(args)
     try:
         device = torch.device(args.device)
-    except RuntimeError as error:
-        raise UsageError(f"invalid --device {args.device!r} ({error}); use cpu or cuda") from None
+    except RuntimeError:
+        raise UsageError(f"invalid --device {args.device!r}; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but no CUDA device is available; use --device cpu")
 
     began = time.perf_counter()
-    result = analyze(
-        codes,
-        labels,
-        device=device,
-        alphabet_size=alphabet_size,
-        seed=args.seed,
-        ngrams=args.ngram_lengths,
-        observations=attributes,
-        permutations=args.permutations,
-        holdout=args.holdout,
-        fdr=args.fdr,
-        min_count=args.min_count,
-    )
+    try:
+        result = analyze(
+            codes,
+            labels,
+            device=device,
+            alphabet_size=alphabet_size,
+            seed=args.seed,
+            ngrams=args.ngram_lengths,
+            observations=attributes,
+            permutations=args.permutations,
+            holdout=args.holdout,
+            fdr=args.fdr,
+            min_count=args.min_count,
+        )
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"cannot analyse --codes {args.codes}: {error}") from None
     seconds = time.perf_counter() - began
     if args.out:
         _write(args, codes, labels, attributes, alphabet_size, result, seconds)

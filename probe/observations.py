@@ -62,10 +62,16 @@ class Attribute:
         return self.values[self.encoded]
 
 
+# Tables and summaries list the class labels under this name beside the attributes.
+RESERVED_NAME = "label"
+
+
 def check_name(name: str) -> str:
     """Return ``name`` when it can name an HDF5 group; raise ObservationError otherwise."""
     if not isinstance(name, str) or not _VALID_NAME.match(name):
         raise ObservationError(f"invalid attribute name {name!r}; use a non-empty name without '/' that does not start with '.'")
+    if name == RESERVED_NAME:
+        raise ObservationError(f"attribute name {name!r} is reserved for the class labels; rename the column")
     return name
 
 
@@ -151,6 +157,9 @@ def _read_csv(path: Path) -> list[Attribute]:
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise ObservationError(f"{path} has no header row; the first row must name the columns")
     header = [cell.strip() for cell in rows[0]]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ObservationError(f"{path}: column {repeated[0]!r} appears more than once in the header; give each column a unique name")
     body = rows[1:]
     while body and not any(cell.strip() for cell in body[-1]):
         body.pop()  # trailing blank lines

@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     """Load the file, then print tables or JSON; return the exit code."""
     args = build_parser().parse_args(argv)
     problem = check_figure_arguments(args.figures, args.html)
+    if args.top < 0:
+        problem = f"invalid --top {args.top}; it must be at least 0"
+    elif args.min_count is not None and args.min_count < 1:
+        problem = f"invalid --min-count {args.min_count}; it must be at least 1"
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE

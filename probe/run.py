@@ -16,12 +16,12 @@ import hashlib
 import importlib
 import logging
 import shlex
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from rich.console import Console
@@ -119,6 +119,8 @@ def _split_pairs(items: list[str], option: str) -> dict[str, str]:
         layer, sep, value = item.partition("=")
         if not sep or not layer.strip() or not value.strip():
             raise UsageError(f"invalid {option} {item!r}; expected LAYER=VALUE, as in {option} conv1=quantile:4")
+        if layer.strip() in pairs:
+            raise UsageError(f"{option} names layer {layer.strip()!r} twice; give one {option} per layer")
         pairs[layer.strip()] = value.strip()
     return pairs
 
@@ -368,6 +370,7 @@ class PassState:
     label_columns: torch.Tensor  # [n, columns] encoded real and shuffled labels on the device
     n_labels: int
     counts: dict[str, LayerCounts] = field(default_factory=dict)
+    interrupted: bool = False  # set by the SIGINT handler, checked after every batch
     timing: PassTiming = field(default_factory=PassTiming)
     attributes: list[Attribute] = field(default_factory=list)
     attribute_columns: torch.Tensor | None = None  # [n, A, columns] encoded real and shuffled attribute values
@@ -459,7 +462,10 @@ def probe_pass(
                 check_finite(output, name, start)
                 quantizer = quantizers[name]
                 prepared = _prepare(output, quantizer, args.pool)
-                codes = quantizer(prepared)
+                try:
+                    codes = quantizer(prepared)
+                except ValueError as error:
+                    raise UsageError(f"--quantize {name}={quantizer.spec}: {error}") from None
                 codes_cpu = codes.cpu().numpy()
                 timing.quantize += time.perf_counter() - began
 
@@ -489,10 +495,12 @@ def probe_pass(
                 timing.write += time.perf_counter() - began
                 last_flush = stop
             progress.update(task, completed=stop)
+            if state.interrupted:
+                raise KeyboardInterrupt
 
 
 def _output_path(args: argparse.Namespace) -> Path:
-    if args.out:
+    if args.out is not None:
         return Path(args.out)
     run_name = args.run_name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / run_name / "probe.h5"
@@ -563,6 +571,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "quantizers": [quantizer.spec for quantizer in quantizers.values()],
         "pooling": args.pool,
         "batch_size": args.batch_size,
+        "calibration": args.calibration,
         "observations": [attribute.name for attribute in attributes],
         "ngram_lengths": list(args.ngram_lengths),
         "torch_version": torch.__version__,
@@ -578,6 +587,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     state = PassState(torch.from_numpy(label_columns).to(device), len(label_values))
     state.attributes, state.ngram_lengths = attributes, args.ngram_lengths
     state.attribute_columns = None if attribute_columns is None else torch.from_numpy(attribute_columns).to(device)
+
+    def on_interrupt(signum, frame):
+        # Python drops a KeyboardInterrupt raised inside a finaliser, so the flag makes the
+        # pass stop at the next batch boundary even then.
+        state.interrupted = True
+        raise KeyboardInterrupt
+
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     try:
         with torch.no_grad():
             if writer.rows_done:
@@ -605,10 +622,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         for key, value in vars(state.timing).items():
             writer.file.attrs[f"seconds_{key}"] = value
         writer.file.attrs["seconds_total"] = time.perf_counter() - began
+        if state.interrupted:
+            raise KeyboardInterrupt
         writer.commit()
     except KeyboardInterrupt:
         writer.close()
-        stored = _stored_rows(writer)
+        stored = writer.rows_flushed
         print(
             f"Interrupted: {out} was not written; {stored:,} of {len(data):,} samples are saved in {writer.partial_path} "
             "(rerun the same command with --resume to continue).",
@@ -616,6 +635,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         )
         return EXIT_INTERRUPTED
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         writer.close()
 
     render_summary(console, views, args.threshold, args.min_count)
@@ -669,15 +689,6 @@ def _stored_chunks(writer: ProbeWriter, name: str, n_samples: int, rows: int = 1
             yield start, torch.from_numpy(writer.stored_codes(name, start, stop).astype(np.int64))
 
     return chunks
-
-
-def _stored_rows(writer: ProbeWriter) -> int:
-    """Return how many samples a closed partial file holds for every layer."""
-    try:
-        with h5py.File(writer.partial_path, "r") as handle:
-            return int(handle.attrs.get("rows_flushed", 0))
-    except OSError:
-        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

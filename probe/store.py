@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from .observations import Attribute
 from .significance import PermutationNull
 
 __all__ = ["ProbeWriter", "OutputLock", "load", "ProbeFile", "StoredLayer", "StoreError", "FORMAT", "chunk_shape"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "probe-hdf5/1"
 # Chunks of about 256 KiB: large enough for fast gzip, small enough to read one slice cheaply.
@@ -49,10 +52,12 @@ def chunk_shape(positions: int, itemsize: int, target_bytes: int = CHUNK_TARGET_
 
 def check_output_path(path: Path, overwrite: bool) -> None:
     """Raise StoreError when ``path`` exists (without overwrite) or its folder is unusable."""
-    if path.exists() and not overwrite:
-        raise StoreError(f"output file {path} already exists; pass --overwrite to replace it or choose another --out")
+    if str(path) in ("", ".") or path.name == "":
+        raise StoreError("output path is empty; pass a file name such as runs/demo/probe.h5")
     if path.is_dir():
         raise StoreError(f"output path {path} is a folder; pass a file name such as {path / 'probe.h5'}")
+    if path.exists() and not overwrite:
+        raise StoreError(f"output file {path} already exists; pass --overwrite to replace it or choose another --out")
     folder = path.parent
     if folder.exists() and not folder.is_dir():
         raise StoreError(f"cannot write {path}: {folder} is not a folder")
@@ -141,7 +146,7 @@ class _DamagedPartialError(StoreError):
 
 
 # Root attributes that must match for --resume to continue a partial file.
-RESUME_KEYS = ("checkpoint_sha256", "model", "dataset", "split", "n_samples", "seed", "layers", "quantizers", "pooling", "batch_size", "observations", "ngram_lengths")
+RESUME_KEYS = ("calibration", "checkpoint_sha256", "model", "dataset", "split", "n_samples", "seed", "layers", "quantizers", "pooling", "batch_size", "observations", "ngram_lengths")
 
 
 class ProbeWriter:
@@ -175,6 +180,8 @@ class ProbeWriter:
             raise StoreError(f"cannot write {self.path}: {error.strerror} ({self._lock.lock_path}); choose another --out") from None
         self._buffers: dict[str, _CodeBuffer] = {}
         self.committed = False
+        self.rows_flushed = 0
+        """Code rows that every layer has on disk, as of the last flush."""
         self.rows_done = 0
         """Code rows already stored for every layer when a partial file was resumed."""
         self.resume_note = ""
@@ -227,6 +234,7 @@ class ProbeWriter:
                     f"this run has {key}={attrs[key]!r}; rerun with the same options or drop --resume"
                 )
         self.rows_done = int(stored.get("rows_flushed", 0))
+        self.rows_flushed = self.rows_done
         for name, group in layers.items():
             for member in [key for key in group if key not in ("codes", "edges")]:
                 del group[member]
@@ -306,7 +314,9 @@ class ProbeWriter:
         for buffer in self._buffers.values():
             buffer.flush()
         if self._buffers:
-            self.file.attrs["rows_flushed"] = min(buffer.dataset.shape[0] for buffer in self._buffers.values())
+            rows = min(buffer.dataset.shape[0] for buffer in self._buffers.values())
+            self.file.attrs["rows_flushed"] = rows
+            self.rows_flushed = rows
         self.file.close()
         self.file = h5py.File(self.partial_path, "r+")
         for name, buffer in self._buffers.items():
@@ -374,8 +384,13 @@ class ProbeWriter:
             if not self.committed and self.file.id.valid:
                 try:
                     self.flush()
+                except (OSError, RuntimeError, ValueError, KeyError) as error:
+                    # An interrupt inside an earlier flush can leave stale handles; the last
+                    # complete flush is still on disk and rows_flushed says how far it got.
+                    logger.warning("final flush of %s failed (%s); it keeps the rows of the last flush", self.partial_path, error)
                 finally:
-                    self.file.close()
+                    if self.file.id.valid:
+                        self.file.close()
         finally:
             self._lock.release()
 
@@ -495,7 +510,7 @@ def _read_result(group: h5py.Group, label_values: np.ndarray) -> AnalysisResult 
     result = AnalysisResult(
         whole=WholeCodeNPMI(codes=whole["codes"][()], counts=whole["counts"][()], npmi=whole["npmi"][()], **tables),
         positional=PositionalNPMI(counts=positional["counts"][()], npmi=positional["npmi"][()]),
-        stats={key: _plain(value) for key, value in group["stats"].attrs.items()} if "stats" in group else {},
+        stats={key: _plain(value) for key, value in group["stats"].attrs.items()},
         label_values=label_values,
         null=null,
     )

@@ -53,6 +53,9 @@ LINEAR_PROBE_MAX_VALUES = 1 << 23
 # Wider layers (an unpooled conv map) keep a seeded random subset of this many units,
 # so that the sample cap still leaves at least 4,096 samples.
 LINEAR_PROBE_MAX_UNITS = 2048
+# At most this many samples per layer, so memory and time stay flat as n grows; 20,000
+# samples put the held-out accuracy's standard error below 1% at a 0.2 holdout.
+LINEAR_PROBE_MAX_SAMPLES = 20_000
 # Full-batch L-BFGS on the L2-penalised cross-entropy: a convex problem, so a few hundred
 # iterations reach the optimum without the per-step overhead of mini-batch training.
 LINEAR_PROBE_ITERATIONS = 200
@@ -200,7 +203,7 @@ class ActivationSample:
         self.units = min(layer_units, self.max_units)
         if self.units < layer_units:
             self._unit_index = torch.from_numpy(np.sort(rng.choice(layer_units, size=self.units, replace=False)))
-        kept = min(self.n_samples, max(1, self.max_values // self.units))
+        kept = min(self.n_samples, LINEAR_PROBE_MAX_SAMPLES, max(1, self.max_values // self.units))
         indices = np.arange(self.n_samples) if kept == self.n_samples else np.sort(rng.choice(self.n_samples, size=kept, replace=False))
         self._indices = torch.from_numpy(indices.astype(np.int64))
         self._row_of_sample = torch.full((self.n_samples,), -1, dtype=torch.int64)

@@ -72,6 +72,10 @@ def save_checkpoint(model: CategoricalVAE, path: str | Path, **info: Any) -> Pat
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp creates the file readable by its owner only; a checkpoint gets the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary_name, 0o666 & ~umask)
         os.replace(temporary_name, path)
     except BaseException:
         Path(temporary_name).unlink(missing_ok=True)

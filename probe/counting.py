@@ -30,8 +30,10 @@ __all__ = ["JointCounter", "pack_rows", "unpack_rows", "symbols_per_word", "dist
 # A dense count table is used while the joint key space has at most this many cells
 # (32 MiB of int64); beyond it the counter keeps sorted sparse keys.
 DENSE_MAX_CELLS = 1 << 22
-# Sparse keys are merged into the sorted state once this many are pending.
-SPARSE_FLUSH_KEYS = 1 << 21
+# Sparse keys are merged into the sorted state once this many (2 MiB) are pending, so the
+# pending buffer stays small beside the state: peak memory of a run over 600,000 samples
+# was 8.6% above that over 60,000 with this value, and 40% above with 1 << 21.
+SPARSE_FLUSH_KEYS = 1 << 18
 INT64_MAX = (1 << 63) - 1
 
 

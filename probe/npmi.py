@@ -125,7 +125,7 @@ def read_array(spec: str, option: str) -> np.ndarray:
     if array.dtype.kind == "f" and np.isfinite(array).all() and np.array_equal(array, np.round(array)):
         array = array.astype(np.int64)
     if array.dtype.kind not in "iub":
-        raise UsageError(f"{option} {spec} holds {array.dtype} values; it must hold integers (string attributes go in --observations)")
+        raise UsageError(f"{option} {spec} contains {array.dtype} values; it must contain integers (string attributes go in --observations)")
     return array
 
 
@@ -166,7 +166,7 @@ def _load_inputs(args: argparse.Namespace):
     if codes.size == 0:
         raise UsageError(f"--codes {args.codes} is empty (shape {codes.shape}); it must hold at least one row and one column")
     if codes.min() < 0:
-        raise UsageError(f"--codes holds the negative symbol {codes.min()}; symbols must be non-negative integers")
+        raise UsageError(f"--codes contains the negative symbol {codes.min()}; symbols must be non-negative integers")
     attributes = []
     if args.observations:
         try:
@@ -175,7 +175,7 @@ def _load_inputs(args: argparse.Namespace):
             raise UsageError(f"--observations: {error}") from None
     alphabet = int(codes.max()) + 1
     if args.alphabet_size is not None and args.alphabet_size < alphabet:
-        raise UsageError(f"--codes holds symbol {alphabet - 1}, which does not fit --alphabet-size {args.alphabet_size}")
+        raise UsageError(f"--codes contains symbol {alphabet - 1}, which does not fit --alphabet-size {args.alphabet_size}")
     return codes, labels, attributes, args.alphabet_size or alphabet
 
 

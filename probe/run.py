@@ -365,7 +365,7 @@ class LayerCounts:
 
 @dataclass
 class PassState:
-    """What the pass carries from batch to batch."""
+    """State that the pass carries from batch to batch."""
 
     label_columns: torch.Tensor  # [n, columns] encoded real and shuffled labels on the device
     n_labels: int

@@ -47,9 +47,9 @@ def inputs(tmp_path_factory):
 NPMI_CASES = [
     # (case, codes key, labels key, expected exit code, message fragment)
     ("labels shorter than codes", "codes", "short_labels", 2, "60 rows but --labels has 59"),
-    ("non-integer float labels", "codes", "float_labels", 2, "must hold integers"),
+    ("non-integer float labels", "codes", "float_labels", 2, "must contain integers"),
     ("string labels in csv", "codes", "text_labels", 2, "cannot read"),
-    ("codes with NaN", "nan_codes", "labels", 2, "must hold integers"),
+    ("codes with NaN", "nan_codes", "labels", 2, "must contain integers"),
     ("negative codes", "negative_codes", "labels", 2, "negative symbol"),
     ("codes without columns", "no_columns", "labels", 2, "is empty"),
     ("empty .npy file", "empty_npy", "labels", 2, "cannot read"),

@@ -43,21 +43,8 @@ def npmi(joint) -> torch.Tensor:
     [P, S, L] positional counts, one table per position) is handled in one call.
     Returns float64 values in [-1, 1] and never NaN.
     """
-    counts = _as_float64(joint)
-    total = counts.sum(dim=(-2, -1), keepdim=True)
-    count_x = counts.sum(dim=-1, keepdim=True)
-    count_y = counts.sum(dim=-2, keepdim=True)
-
-    # Logs of counts rather than of probabilities keep the ratio exact in float64.
-    # Empty cells give -inf and NaN here and are replaced by the conventions below.
-    log_joint = torch.log(counts)
-    log_total = torch.log(total)
-    pmi = log_joint + log_total - torch.log(count_x) - torch.log(count_y)
-    values = pmi / (log_total - log_joint)
-
-    values = torch.where(counts == 0, torch.full_like(values, -1.0), values)
-    values = torch.where((counts > 0) & (counts == total), torch.ones_like(values), values)
-    return values.clamp_(-1.0, 1.0)
+    counts = _as_float64(joint).to(torch.int64)
+    return npmi_from_marginals(counts, counts.sum(dim=-1), counts.sum(dim=-2), counts.sum(dim=(-2, -1)))
 
 
 def npmi_from_marginals(joint, count_x, count_y, total) -> torch.Tensor:
@@ -76,6 +63,8 @@ def npmi_from_marginals(joint, count_x, count_y, total) -> torch.Tensor:
     if n.dim() > 0:
         n = n.reshape(*n.shape, 1, 1)
 
+    # Logs of counts rather than of probabilities keep the ratio exact in float64.
+    # Empty cells give -inf and NaN here and are replaced by the conventions below.
     log_joint = torch.log(counts)
     log_total = torch.log(n)
     pmi = log_joint + log_total - torch.log(x) - torch.log(y)

@@ -11,7 +11,7 @@ probed layer, which for the reference VAE skips the decoder, so the bare pass is
 timed twice: over the whole model, and stopped after the last probed layer. Each
 repeat runs all three, and ratios are medians over repeats.
 
-"The pass" is forward + quantise + write + count. seconds_total also holds
+"The pass" is forward + quantise + write + count. seconds_total also includes
 calibration, buffered HDF5 flushes, the post-pass statistics (seconds_assess) and
 the result writes; ``other`` is seconds_total minus the named parts.
 

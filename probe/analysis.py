@@ -175,8 +175,8 @@ def shuffled_labels(encoded: np.ndarray, seed: int) -> np.ndarray:
 def summarize(counter: JointCounter, label_values: np.ndarray) -> AnalysisResult:
     """Compute NPMI tables and statistics from a filled counter.
 
-    Label column 0 of the counter holds the real labels; column 1, when present,
-    holds shuffled labels and gives ``shuffled_mutual_information_bits``.
+    Label column 0 of the counter contains the real labels. Column 1, when present,
+    contains shuffled labels and gives ``shuffled_mutual_information_bits``.
     """
     rows, joint = counter.whole()
     positional_counts = counter.positional()

@@ -249,8 +249,8 @@ def linear_probe_accuracy(
     Features are standardised with the fit rows' mean and standard deviation. The
     weights start at zero and full-batch L-BFGS minimises the mean cross-entropy plus
     ``LINEAR_PROBE_L2 / 2`` times the squared weights, so the result does not depend on
-    a sample order; ``seed`` is kept for the callers' signature. Returns NaN when either
-    part has no rows.
+    a sample order. ``seed`` is unused and kept for the callers' signature.
+    Returns NaN when either part has no rows.
     """
     features = torch.as_tensor(features).to(device, torch.float32)
     labels = torch.as_tensor(np.asarray(labels)).to(device, torch.int64)

@@ -103,7 +103,7 @@ def encode_attribute(name: str, data, description: str = "", value_names: list[s
 
 
 def _split_multi_label(name: str, cells: np.ndarray) -> list[Attribute]:
-    """One binary attribute per value of a ';'-separated column."""
+    """Split a ';'-separated column into one binary attribute per value."""
     lists = [[item.strip() for item in cell.split(MULTI_LABEL_SEPARATOR) if item.strip()] for cell in cells.tolist()]
     flat = np.array([item for items in lists for item in items], dtype=str)
     owner = np.repeat(np.arange(len(lists)), [len(items) for items in lists])

@@ -121,7 +121,7 @@ class OutputLock:
             owner = handle.read().strip() or "unknown"
             handle.close()
             raise StoreError(
-                f"another run is writing {self.path} (process {owner} holds {self.lock_path}); "
+                f"another run is writing {self.path} (process {owner} has the lock {self.lock_path}); "
                 "wait for it to finish or choose another --out"
             ) from None
         handle.seek(0)
@@ -246,7 +246,7 @@ class ProbeWriter:
         return self.file[f"layers/{name}/codes"][start:stop]
 
     def has_layer(self, name: str) -> bool:
-        """Whether ``layers/<name>`` exists in the file being written."""
+        """Return whether ``layers/<name>`` exists in the file being written."""
         return name in self._buffers
 
     def layer_attrs(self, name: str) -> dict | None:
@@ -386,7 +386,7 @@ class ProbeWriter:
                     self.flush()
                 except (OSError, RuntimeError, ValueError, KeyError) as error:
                     # An interrupt inside an earlier flush can leave stale handles; the last
-                    # complete flush is still on disk and rows_flushed says how far it got.
+                    # complete flush is still on disk and rows_flushed records how far it got.
                     logger.warning("final flush of %s failed (%s); it keeps the rows of the last flush", self.partial_path, error)
                 finally:
                     if self.file.id.valid:

@@ -1,4 +1,4 @@
-"""Image features on tiny hand-drawn images with known answers, and on real digits."""
+"""Image features on tiny hand-drawn images with known feature values, and on real digits."""
 
 import numpy as np
 import pytest
